@@ -171,7 +171,7 @@ class SASRec(nn.Module):
     def forward(
         self, items: torch.Tensor, targets: torch.Tensor | None = None, loss_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Score the next item at every position.
+        """Score the next item, at every position or only where a loss counts.
 
         Args:
             items: (B, L) input ids, 0 = padding.
@@ -180,17 +180,19 @@ class SASRec(nn.Module):
                 ``targets > 0``.
 
         Returns:
-            ``(logits, loss)`` with logits (B, L, N+1) and the mean
-            cross-entropy over counted positions, or ``None`` without targets.
+            Without targets, ``(logits, None)`` with logits (B, L, N+1). With
+            targets, ``(logits, loss)`` where logits (M, N+1) cover only the M
+            counted positions, because scoring the catalogue at positions that
+            carry no loss is most of the cost of a step; the loss is the mean
+            cross-entropy over them.
         """
         states = self.hidden_states(items)  # (B, L, D)
-        logits = states @ self.item_embedding.weight.T  # (B, L, N+1)
         if targets is None:
-            return logits, None
+            return states @ self.item_embedding.weight.T, None  # (B, L, N+1)
         mask = targets > 0 if loss_mask is None else loss_mask & (targets > 0)
-        logits_kept = logits[mask]  # (M, N+1)
-        logits_kept[:, 0] = float("-inf")  # padding is never a valid answer
-        loss = F.cross_entropy(logits_kept, targets[mask])
+        logits = states[mask] @ self.item_embedding.weight.T  # (M, N+1)
+        logits[:, 0] = float("-inf")  # padding is never a valid answer
+        loss = F.cross_entropy(logits, targets[mask])
         return logits, loss
 
     def last_states(self, items: torch.Tensor) -> torch.Tensor:
