@@ -110,8 +110,16 @@ class ItemMap:
         return internal, unknown
 
     def to_raw(self, internal_items: Iterable[int]) -> list[int | str]:
-        """Map internal ids (1..N) back to raw ids."""
-        return [self.raw_ids[int(item) - 1] for item in internal_items]
+        """Map internal ids (1..N) back to raw ids.
+
+        Raises:
+            DataError: an id is padding (0) or outside the catalogue.
+        """
+        items = [int(item) for item in internal_items]
+        bad = [item for item in items if not 1 <= item <= len(self.raw_ids)]
+        if bad:
+            raise DataError(f"internal item id(s) {bad[:20]} are outside 1..{len(self.raw_ids)}; 0 is padding")
+        return [self.raw_ids[item - 1] for item in items]
 
 
 @dataclass(frozen=True)
@@ -200,6 +208,26 @@ def _read_inter(path: Path) -> pd.DataFrame:
     return frame.rename(columns=renamed)
 
 
+def _read_frame(path: Path, fmt: str, separator: str | None, column_names: Sequence[str] | None) -> pd.DataFrame:
+    """Read the raw table of one interaction file, every column as text where the format allows."""
+    if fmt in ("csv", "tsv", "txt"):
+        return pd.read_csv(path, sep=separator or ("\t" if fmt == "tsv" else ","), dtype=str, keep_default_na=False)
+    if fmt in ("parquet", "pq"):
+        try:
+            return pd.read_parquet(path)
+        except (OSError, ValueError) as exc:
+            raise DataError(f"{path.name} is not a readable Parquet file: {exc}") from None
+    if fmt == "inter":
+        return _read_inter(path)
+    if fmt == "movielens":
+        if separator is None or column_names is None:
+            raise DataError("a movielens file needs its separator and column names")
+        return pd.read_csv(
+            path, sep=separator, header=None, names=list(column_names), dtype=str, engine="python" if len(separator) > 1 else "c"
+        )
+    raise DataError(f"unknown interaction file format {fmt!r} for {path}; use csv, parquet or inter")
+
+
 def load_interactions(
     path: str | Path,
     *,
@@ -232,24 +260,16 @@ def load_interactions(
     path = Path(path)
     if not path.exists():
         raise DataError(f"interaction file {path} does not exist; check the path")
+    if path.stat().st_size == 0:
+        raise EmptyInputError(f"{path.name} is empty (0 bytes); it has no header and no interaction rows")
     fmt = (file_format or path.suffix.lstrip(".")).lower()
 
-    if fmt in ("csv", "tsv", "txt"):
-        frame = pd.read_csv(path, sep=separator or ("\t" if fmt == "tsv" else ","), dtype=str, keep_default_na=False)
-    elif fmt in ("parquet", "pq"):
-        frame = pd.read_parquet(path)
-    elif fmt == "inter":
-        frame = _read_inter(path)
-        if rating_col is None and RATING in frame.columns:
-            rating_col = RATING
-    elif fmt == "movielens":
-        if separator is None or column_names is None:
-            raise DataError("a movielens file needs its separator and column names")
-        frame = pd.read_csv(
-            path, sep=separator, header=None, names=list(column_names), dtype=str, engine="python" if len(separator) > 1 else "c"
-        )
-    else:
-        raise DataError(f"unknown interaction file format {fmt!r} for {path}; use csv, parquet or inter")
+    try:
+        frame = _read_frame(path, fmt, separator, column_names)
+    except pd.errors.EmptyDataError:
+        raise EmptyInputError(f"{path.name} has no header and no interaction rows") from None
+    if fmt == "inter" and rating_col is None and RATING in frame.columns:
+        rating_col = RATING
 
     missing = [col for col in (user_col, item_col, time_col) if col not in frame.columns]
     if rating_col is not None and rating_col not in frame.columns:
@@ -283,6 +303,10 @@ def _parse_timestamps(column: pd.Series, source: str) -> pd.Series:
     if pd.api.types.is_integer_dtype(column):
         return column.astype(np.int64)
     if pd.api.types.is_datetime64_any_dtype(column):
+        if getattr(column.dt, "tz", None) is not None:
+            column = column.dt.tz_convert("UTC").dt.tz_localize(None)
+        # NOTE: sub-second precision is dropped, so events within one second
+        # become ties and keep their file order.
         return column.astype("datetime64[s]").astype(np.int64)
     values = np.empty(len(column), dtype=np.int64)
     for row, raw in enumerate(column.tolist()):

@@ -38,7 +38,7 @@ class StepRecord:
     """One fidelity check: the prefix length it was made at, its result and the item appended."""
 
     step: int  # number of items in the prefix when the check ran (1 = after the first item)
-    best_rank: int  # best rank among the user's unused real items, 1 = top
+    best_rank: int  # best rank among the user's unused real items, 1 = top; 0 when none remain
     passed: bool  # best_rank <= tau
     item: int | None  # internal id appended after the check, None when nothing was appended
 

@@ -258,7 +258,7 @@ def _generate_batch(
             StepRecord(step=t, best_rank=ranks_cpu[row][t], passed=passed_cpu[row][t], item=sequences_cpu[row][t])
             for t in range(1, length)
         ]
-        if reason in (StopReason.FIDELITY, StopReason.POOL_EMPTY) and length < max_len:
+        if reason is not StopReason.MAX_LEN:
             steps.append(StepRecord(step=length, best_rank=ranks_cpu[row][length], passed=passed_cpu[row][length], item=None))
         out.append(GeneratedSequence(seed_index=seed_index[row], items=sequences_cpu[row][:length], steps=steps, stop_reason=reason))
     return out
