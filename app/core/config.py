@@ -24,7 +24,7 @@ class Settings(BaseSettings):
     runs_dir: Path = Path("runs")  # per-job run folders with synthetic data
     device: str = "auto"  # auto = CUDA when present, else CPU
 
-    api_key: str | None = None  # when set, required for POST /rounds, DELETE /rounds/{id} and promotion
+    api_key: str | None = None  # when set, required for POST /rounds, DELETE /rounds/{id}, POST /datasets and promotion
     bootstrap_champion: bool = True  # train a first champion on ML-100K when the registry is empty
     bootstrap_dataset: str = "ml-100k"
     bootstrap_max_epochs: int = Field(default=200, ge=1)
@@ -32,12 +32,19 @@ class Settings(BaseSettings):
     queue_name: str = "rounds"
     job_timeout_s: int = Field(default=24 * 3600, ge=60)  # one job may run several rounds on a large dataset
     promotion: Literal["auto", "never", "always"] = "auto"  # auto: only when validation NDCG@10 beats the champion's
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)  # how often a running job stamps a sign of life, seconds
+    stale_after_s: float = Field(default=60.0, gt=0)  # a running job without a heartbeat for this long is reaped, seconds
+    reaper_interval_s: float = Field(default=15.0, gt=0)  # how often each worker looks for stalled jobs, seconds
+    max_attempts: int = Field(default=3, ge=1)  # worker starts per job, first run and re-runs after a stalled worker
 
     max_body_bytes: int = Field(default=2 * 1024 * 1024, ge=1024)  # JSON request bodies
     max_upload_bytes: int = Field(default=200 * 1024 * 1024, ge=1024)  # dataset uploads
     max_users_per_request: int = Field(default=256, ge=1)
     max_sequence_items: int = Field(default=10_000, ge=1)  # items per user history in a request
     max_m: int = Field(default=50, ge=1)  # synthetic sequences per user in one request
+
+    model_cache_size: int = Field(default=2, ge=0)  # non-champion versions kept loaded for model_version requests
+    redis_timeout_s: float = Field(default=2.0, gt=0)  # connect and command timeout of the API's Redis client, seconds
 
 
 @lru_cache
