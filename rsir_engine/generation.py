@@ -210,11 +210,19 @@ def _generate_batch(
     uniforms = uniforms.to(device)
 
     # 2. Grow all live sequences together; each step appends one item or stops.
+    # Models with ``decode_step`` keep per-layer keys and values, so a step
+    # encodes one position instead of the whole prefix.
+    incremental = hasattr(model, "decode_step")
+    cache = None
     active = torch.arange(B, device=device)
     for length in range(1, max_len):
         if active.numel() == 0:
             break
-        scores = model.score_last(sequences[active, :length]).float()  # (A, N+1)
+        if incremental:
+            scores, cache = model.decode_step(sequences[active, length - 1], length - 1, cache)
+            scores = scores.float()  # (A, N+1)
+        else:
+            scores = model.score_last(sequences[active, :length]).float()  # (A, N+1)
         remaining = user_items[active] & ~in_prefix[active]  # (A, N+1)
         ranks = best_remaining_rank(scores, remaining)  # (A,), 0 = nothing remains
         best_ranks[active, length] = ranks
@@ -242,6 +250,8 @@ def _generate_batch(
         in_prefix[growing, chosen] = True
         lengths[growing] = length + 1
         active = growing
+        if cache is not None:
+            cache = [(keys[grow], values[grow]) for keys, values in cache]
     stop_codes[active] = codes.index(StopReason.MAX_LEN)
 
     # 3. Move to Python objects once per batch.

@@ -72,6 +72,20 @@ class CausalSelfAttention(nn.Module):
         y = y.transpose(1, 2).contiguous().view(B, L, C)
         return self.proj(y)
 
+    def step(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Attend from one new position (B, 1, C) over the cached keys and values plus its own."""
+        B, _, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q = q.view(B, 1, self.num_heads, C // self.num_heads).transpose(1, 2)  # (B, H, 1, C/H)
+        k = k.view(B, 1, self.num_heads, C // self.num_heads).transpose(1, 2)
+        v = v.view(B, 1, self.num_heads, C // self.num_heads).transpose(1, 2)
+        if cache is not None:
+            k = torch.cat([cache[0], k], dim=2)  # (B, H, T, C/H)
+            v = torch.cat([cache[1], v], dim=2)
+        y = F.scaled_dot_product_attention(q, k, v)  # every cached position is earlier and real
+        y = y.transpose(1, 2).contiguous().view(B, 1, C)
+        return self.proj(y), (k, v)
+
 
 class FeedForward(nn.Module):
     """Position-wise two-layer network with GELU."""
@@ -101,6 +115,13 @@ class Block(nn.Module):
         x = x + self.dropout(self.attn(self.ln_attn(x), attn_mask))
         x = x + self.dropout(self.ffn(self.ln_ffn(x)))
         return x
+
+    def step(self, x: torch.Tensor, cache: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Run one new position (B, 1, C) through the block, in eval mode."""
+        attended, cache = self.attn.step(self.ln_attn(x), cache)
+        x = x + attended
+        x = x + self.ffn(self.ln_ffn(x))
+        return x, cache
 
 
 class SASRec(nn.Module):
@@ -194,6 +215,40 @@ class SASRec(nn.Module):
         logits[:, 0] = float("-inf")  # padding is never a valid answer
         loss = F.cross_entropy(logits, targets[mask])
         return logits, loss
+
+    def decode_step(
+        self, items: torch.Tensor, position: int, cache: list[tuple[torch.Tensor, torch.Tensor]] | None
+    ) -> tuple[torch.Tensor, list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Score the next item after appending ``items`` (B,) at ``position``, reusing earlier keys and values.
+
+        Every row must have exactly ``position`` real items before this one and
+        no padding, as in generation, where all live sequences grow together.
+        The result equals ``score_last`` on the whole prefix up to float
+        rounding, at the cost of one position instead of the whole prefix.
+
+        Args:
+            items: (B,) the item appended to every row.
+            position: 0-based index of that item, below ``max_len``.
+            cache: per block, keys and values (B, H, position, C/H); None at position 0.
+
+        Returns:
+            (B, N+1) scores with column 0 at ``-inf``, and the extended cache.
+        """
+        if position >= self.config.max_len:
+            raise ConfigError(f"position {position} exceeds the model's max_len {self.config.max_len}")
+        if self.training:
+            raise RuntimeError("decode_step runs in eval mode only; call model.eval() first")
+        B = items.shape[0]
+        x = self.item_embedding(items).unsqueeze(1) * math.sqrt(self.config.hidden_size)  # (B, 1, D)
+        x = x + self.position_embedding.weight[position].view(1, 1, -1)
+        new_cache: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for index, block in enumerate(self.blocks):
+            x, block_cache = block.step(x, cache[index] if cache is not None else None)
+            new_cache.append(block_cache)
+        states = self.ln_final(x).view(B, -1)  # (B, D)
+        scores = states @ self.item_embedding.weight.T  # (B, N+1)
+        scores[:, 0] = float("-inf")
+        return scores, new_cache
 
     def last_states(self, items: torch.Tensor) -> torch.Tensor:
         """Return the state at the last slot of left-padded ``items`` (B, L) as (B, D)."""

@@ -178,3 +178,22 @@ def test_build_model_from_dict() -> None:
 def test_build_model_unknown_architecture() -> None:
     with pytest.raises(ConfigError, match="sasrec"):
         build_model("gru4rec", {"num_items": NUM_ITEMS})
+
+
+def test_sasrec_decode_step_matches_score_last(model: SASRec) -> None:
+    model.eval()
+    prefixes = torch.tensor([[3, 7, 1, 9, 4, 2], [5, 6, 8, 2, 1, 3]])
+    cache = None
+    for position in range(prefixes.shape[1]):
+        stepped, cache = model.decode_step(prefixes[:, position], position, cache)
+        full = model.score_last(prefixes[:, : position + 1])
+
+        assert torch.allclose(stepped[:, 1:], full[:, 1:], atol=1e-5)
+        assert torch.isinf(stepped[:, 0]).all()
+
+
+def test_sasrec_decode_step_beyond_max_len_rejected(model: SASRec) -> None:
+    model.eval()
+
+    with pytest.raises(ConfigError):
+        model.decode_step(torch.tensor([1]), model.config.max_len, None)
