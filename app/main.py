@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 import anyio
 import redis
+import torch
 from fastapi import FastAPI
 
 from rsir_engine.device import resolve_device
@@ -146,6 +147,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     else:
         logger.info("connected to Redis at %s", state.redis_location)
 
+    if settings.torch_threads is not None:
+        torch.set_num_threads(settings.torch_threads)
+        logger.info("torch uses %d CPU thread(s) (RSIR_TORCH_THREADS)", settings.torch_threads)
     registry = ModelRegistry(settings.checkpoint_dir)
     holder = ModelHolder(registry, resolve_device(settings.device), cache_size=settings.model_cache_size)
     stop = threading.Event()

@@ -23,6 +23,9 @@ class Settings(BaseSettings):
     upload_dir: Path = Path("data/uploads")  # datasets uploaded through POST /datasets
     runs_dir: Path = Path("runs")  # per-job run folders with synthetic data
     device: str = "auto"  # auto = CUDA when present, else CPU
+    # CPU threads torch may use in this process; None keeps torch's default (one per core).
+    # On a small CPU shared by the API and a worker, 1 avoids threads waiting on each other.
+    torch_threads: int | None = Field(default=None, ge=1)
 
     api_key: str | None = None  # when set, required for POST /rounds, DELETE /rounds/{id}, POST /datasets and promotion
     bootstrap_champion: bool = True  # train a first champion on ML-100K when the registry is empty

@@ -265,6 +265,10 @@ def run_rounds_job(job_id: str) -> dict[str, Any]:
     from rsir_engine.errors import RoundCancelled
 
     settings = get_settings()
+    if settings.torch_threads is not None:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
     redis = Redis.from_url(settings.redis_url, decode_responses=True)
     store = RoundStore(redis)
     rq_job = get_current_job()
