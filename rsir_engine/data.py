@@ -126,7 +126,7 @@ class ItemMap:
 class LeaveOneOutSplit:
     """Leave-one-out split by time of every real user's sequence.
 
-    ``train[u]`` holds all but the last two items, ``valid_targets[u]`` the
+    ``train[u]`` contains all but the last two items, ``valid_targets[u]`` the
     second to last and ``test_targets[u]`` the last. Users with fewer than three
     events get ``0`` targets and are listed in ``skipped_users``; their few items
     stay in ``train`` so they still teach the model.

@@ -25,7 +25,7 @@ __all__ = ["FidelityReport", "StepRecord", "StopReason", "best_remaining_rank", 
 
 
 class StopReason(str, enum.Enum):
-    """Why a synthetic sequence stopped growing."""
+    """Reason a synthetic sequence stopped growing."""
 
     FIDELITY = "fidelity"  # no remaining real item ranked within tau
     EXHAUSTED = "exhausted"  # every real item of the user is already in the prefix

@@ -90,8 +90,12 @@ def format_table(rounds: list[RoundResult]) -> str:
             value = row[key]
             if row["round"] == 0 and key in ("started", "kept", "mean_length"):
                 line.append("-")
+            elif isinstance(value, float) and key.endswith("_%"):
+                line.append(f"{value:+.2f}")
+            elif isinstance(value, float) and value < 10:
+                line.append(f"{value:.4f}")
             elif isinstance(value, float):
-                line.append(f"{value:+.2f}" if key.endswith("_%") else f"{value:.4f}" if value < 10 else f"{value:.1f}")
+                line.append(f"{value:.1f}")
             else:
                 line.append("-" if value is None else str(value))
         cells.append(line)

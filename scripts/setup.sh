@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Create .venv and install the project with its service and test extras.
-# torch is pinned to 2.13.0 in pyproject.toml; on the project's CPU machines pip
+# torch is pinned to 2.13.0 in pyproject.toml. On the project's CPU machines pip
 # takes that build from the local wheel cache instead of downloading a CUDA build.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -51,7 +51,7 @@ class SASRecConfig:
 
 
 class CausalSelfAttention(nn.Module):
-    """Multi-head self-attention where each position sees itself and earlier real items."""
+    """Multi-head self-attention from each position to itself and earlier real items."""
 
     def __init__(self, config: SASRecConfig) -> None:
         super().__init__()
