@@ -63,7 +63,7 @@ class UnknownItemsError(DataError):
         super().__init__(
             message
             or f"{len(self.unknown)} item id(s) are not in the model's catalogue: {shown}{more}. "
-            "Remove them, or ask for unknown items to be dropped."
+            "Remove them, or drop them with --drop-unknown (CLI) or \"drop_unknown\": true (API)."
         )
 
 

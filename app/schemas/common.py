@@ -123,7 +123,7 @@ class ValidationErrorPublic(BaseModel):
                 {"detail": [{"loc": ["body", "m"], "msg": "Input should be greater than or equal to 1", "type": "greater_than_equal", "input": 0}]},
                 {
                     "detail": {
-                        "message": "1 item id(s) are not in the model's catalogue: 999999. Remove them, or ask for unknown items to be dropped.",
+                        "message": "1 item id(s) are not in the model's catalogue: 999999. Remove them, or drop them with --drop-unknown (CLI) or \"drop_unknown\": true (API).",
                         "unknown_items": [999999],
                     }
                 },
