@@ -47,19 +47,25 @@ class StepRecord:
         return asdict(self)
 
 
-def best_remaining_rank(scores: torch.Tensor, remaining: torch.Tensor) -> torch.Tensor:
+def best_remaining_rank(
+    scores: torch.Tensor, remaining: torch.Tensor, has_remaining: torch.Tensor | None = None
+) -> torch.Tensor:
     """Compute the best rank among the remaining real items of each row.
 
     Args:
         scores: (B, N+1) scores; padding is ``-inf``.
         remaining: (B, N+1) bool, the user's real items not yet in the prefix.
+        has_remaining: (B,) bool, whether a row has any remaining item, when
+            the caller already knows; computed from ``remaining`` otherwise.
 
     Returns:
         (B,) int64 ranks (1 = top); rows without remaining items get 0.
     """
     best_score = scores.masked_fill(~remaining, float("-inf")).max(dim=1, keepdim=True).values  # (B, 1)
     ranks = 1 + (scores > best_score).sum(dim=1)
-    return torch.where(remaining.any(dim=1), ranks, torch.zeros_like(ranks))
+    if has_remaining is None:
+        has_remaining = remaining.any(dim=1)
+    return torch.where(has_remaining, ranks, torch.zeros_like(ranks))
 
 
 @dataclass(frozen=True)

@@ -190,31 +190,39 @@ def _generate_batch(
     B = len(histories)
     N1 = model.config.num_items + 1
 
-    # 1. Per-sequence masks over the catalogue: the user's items and the prefix.
-    user_items = torch.zeros(B, N1, dtype=torch.bool, device=device)
+    # 1. Per-sequence masks over the catalogue, kept only for live rows:
+    # ``remaining`` is the user's items not in the prefix (R, and also the
+    # pool when the coin picks the user's own items), ``available`` is every
+    # item not in the prefix (the catalogue pool).
+    remaining = torch.zeros(B, N1, dtype=torch.bool, device=device)
     rows = torch.repeat_interleave(torch.arange(B), torch.tensor([len(h) for h in histories]))
     cols = torch.tensor([item for history in histories for item in history], dtype=torch.long)
-    user_items[rows.to(device), cols.to(device)] = True
-    user_items[:, 0] = False
-    in_prefix = torch.zeros(B, N1, dtype=torch.bool, device=device)
+    remaining[rows.to(device), cols.to(device)] = True
+    available = torch.ones(B, N1, dtype=torch.bool, device=device)
+    available[:, 0] = False
+    remaining[:, 0] = False
 
     sequences = torch.zeros(B, max_len, dtype=torch.long, device=device)
     sequences[:, 0] = torch.tensor([history[0] for history in histories], device=device)
-    in_prefix[torch.arange(B, device=device), sequences[:, 0]] = True
+    every_row = torch.arange(B, device=device)
+    remaining[every_row, sequences[:, 0]] = False
+    available[every_row, sequences[:, 0]] = False
+    remaining_count = remaining.sum(dim=1)  # (B,), |R|, kept up to date instead of scanning the masks
     best_ranks = torch.zeros(B, max_len, dtype=torch.long, device=device)  # rank checked before step t
     passed = torch.zeros(B, max_len, dtype=torch.bool, device=device)
     lengths = torch.ones(B, dtype=torch.long, device=device)
     stop_codes = torch.full((B,), -1, dtype=torch.long, device=device)
     codes = list(StopReason)
-    coins = coins.to(device)
+    own_items = (coins < config.p).to(device)  # (B, max_len), the coin of every step
     uniforms = uniforms.to(device)
 
     # 2. Grow all live sequences together; each step appends one item or stops.
     # Models with ``decode_step`` keep per-layer keys and values, so a step
-    # encodes one position instead of the whole prefix.
+    # encodes one position instead of the whole prefix. Live rows are packed
+    # after every step, so the masks never carry stopped sequences.
     incremental = hasattr(model, "decode_step")
     cache = None
-    active = torch.arange(B, device=device)
+    active = every_row  # original row of each live row
     for length in range(1, max_len):
         if active.numel() == 0:
             break
@@ -223,8 +231,7 @@ def _generate_batch(
             scores = scores.float()  # (A, N+1)
         else:
             scores = model.score_last(sequences[active, :length]).float()  # (A, N+1)
-        remaining = user_items[active] & ~in_prefix[active]  # (A, N+1)
-        ranks = best_remaining_rank(scores, remaining)  # (A,), 0 = nothing remains
+        ranks = best_remaining_rank(scores, remaining, remaining_count > 0)  # (A,), 0 = nothing remains
         best_ranks[active, length] = ranks
         exhausted = ranks == 0
         check = ~exhausted & (ranks <= config.tau)
@@ -236,20 +243,24 @@ def _generate_batch(
         else:
             ok = torch.ones_like(check)
 
-        own = coins[active, length] < config.p  # (A,)
-        pool = torch.where(own.unsqueeze(1), user_items[active], torch.ones_like(remaining))
-        pool = pool & ~in_prefix[active]
-        pool[:, 0] = False
-        pool_empty = ok & ~pool.any(dim=1)
+        own = own_items[active, length]  # (A,)
+        pool = torch.where(own.unsqueeze(1), remaining, available)  # (A, N+1)
+        # The catalogue pool holds N - length items, so only the own-items pool can be empty.
+        pool_size = torch.where(own, remaining_count, torch.full_like(remaining_count, N1 - 1 - length))
+        pool_empty = ok & (pool_size == 0)
         stop_codes[active[pool_empty]] = codes.index(StopReason.POOL_EMPTY)
 
         grow = ok & ~pool_empty
         chosen = _choose(scores[grow], pool[grow], uniforms[active[grow], length], config)
-        growing = active[grow]
-        sequences[growing, length] = chosen
-        in_prefix[growing, chosen] = True
-        lengths[growing] = length + 1
-        active = growing
+        active = active[grow]
+        sequences[active, length] = chosen
+        lengths[active] = length + 1
+        remaining = remaining[grow]
+        available = available[grow]
+        live = torch.arange(active.numel(), device=device)
+        remaining_count = remaining_count[grow] - remaining[live, chosen].long()
+        remaining[live, chosen] = False
+        available[live, chosen] = False
         if cache is not None:
             cache = [(keys[grow], values[grow]) for keys, values in cache]
     stop_codes[active] = codes.index(StopReason.MAX_LEN)
