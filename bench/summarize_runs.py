@@ -20,7 +20,9 @@ METRICS = ("test_recall@10", "test_ndcg@10", "valid_ndcg@10", "kept", "mean_leng
 def _cell(values: list[float]) -> str:
     mean = statistics.fmean(values)
     spread = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f"{mean:.4f} ± {spread:.4f}" if mean < 10 else f"{mean:.0f} ± {spread:.0f}"
+    if mean < 10:
+        return f"{mean:.4f} ± {spread:.4f}"
+    return f"{mean:.1f} ± {spread:.1f}"
 
 
 def main(folders: list[str]) -> int:
@@ -28,12 +30,12 @@ def main(folders: list[str]) -> int:
     runs = [json.loads((Path(folder) / "results.json").read_text()) for folder in folders]
     print(f"{len(runs)} run(s): {', '.join(run['run_id'] for run in runs)}\n")
     rounds = sorted({row["round"] for run in runs for row in run["table"]})
-    header = ["round", *METRICS, "test_recall@10 change vs round 0 (%)", "test_ndcg@10 change vs round 0 (%)"]
+    header = ["round", "runs", *METRICS, "test_recall@10 change vs round 0 (%)", "test_ndcg@10 change vs round 0 (%)"]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for round_index in rounds:
         rows = [row for run in runs for row in run["table"] if row["round"] == round_index]
-        cells = [str(round_index)]
+        cells = [str(round_index), str(len(rows))]
         for metric in METRICS:
             cells.append(_cell([float(row[metric]) for row in rows]))
         for metric in ("test_recall@10_change_%", "test_ndcg@10_change_%"):
