@@ -17,6 +17,11 @@ logger = logging.getLogger(__name__)
 # Content types of file uploads, which get the larger upload limit.
 _UPLOAD_TYPES = ("multipart/form-data", "application/octet-stream")
 
+# Bytes of a rejected body read and discarded before the 413 is sent. Closing a socket
+# with unread data makes the kernel send a reset, and a client still sending its body
+# then sees "connection reset" instead of the 413. Bodies larger than this are cut off.
+_DRAIN_MAX_BYTES = 64 * 1024 * 1024
+
 
 class BodySizeLimitMiddleware:
     """Reject bodies larger than ``max_body_bytes``, or ``max_upload_bytes`` for file uploads.
@@ -47,6 +52,7 @@ class BodySizeLimitMiddleware:
         declared = headers.get("content-length")
         declared_size = int(declared) if declared is not None and declared.isdigit() else None
         received = 0
+        body_done = False
         response_started = False
 
         async def receive_counted() -> Message:
@@ -54,20 +60,35 @@ class BodySizeLimitMiddleware:
             # metrics label a 413 with the route it was sent to. FastAPI passes an
             # HTTPException raised while it reads the body on to its exception handlers,
             # which turn BodyTooLargeError into the 413 response.
-            nonlocal received
+            nonlocal received, body_done
             if declared_size is not None and declared_size > limit:
                 raise BodyTooLargeError(declared_size, limit, setting)
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > limit:
                     raise BodyTooLargeError(None, limit, setting)
             return message
+
+        async def drain() -> None:
+            nonlocal body_done
+            if declared_size is not None and declared_size > _DRAIN_MAX_BYTES:
+                return
+            discarded = 0
+            while not body_done and discarded <= _DRAIN_MAX_BYTES:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return  # the client disconnected
+                discarded += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
 
         async def send_tracked(message: Message) -> None:
             nonlocal response_started
             if message["type"] == "http.response.start":
                 response_started = True
+                if message["status"] == 413 and not body_done:
+                    await drain()
             await send(message)
 
         try:
@@ -76,6 +97,7 @@ class BodySizeLimitMiddleware:
             # Reached only when no exception handler turned it into a response first.
             if response_started:
                 raise
+            await drain()
             await self._reject(scope, receive, send, exc)
 
     @staticmethod

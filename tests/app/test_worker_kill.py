@@ -193,7 +193,9 @@ def uploaded_dataset(settings: Settings, rounds_redis: redis.Redis, rounds_helpe
 
 def start_two_round_job(settings: Settings, dataset_id: str, rounds_helpers: SimpleNamespace) -> str:
     """Post a job whose round 1 trains for several seconds, long enough to kill it mid-round."""
-    body = rounds_helpers.tiny_round_body(dataset_id, training={"max_epochs": 5, "patience": 5, "batch_size": 32})
+    # 100 epochs of batch 8 take about 5 s on an idle 2-core CPU, ten heartbeat intervals,
+    # so the kill lands inside round 1 however fast the machine is.
+    body = rounds_helpers.tiny_round_body(dataset_id, training={"max_epochs": 100, "patience": 100, "batch_size": 8})
     with TestClient(create_app(settings)) as api:
         response = api.post("/rounds", json=body)
     assert response.status_code == 202, response.text
