@@ -26,17 +26,16 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import shlex
 import statistics
 import sys
 import time
 from collections.abc import Sequence
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 
+from machine import cpu_model, load_average
 from rsir_engine.datasets import open_dataset
 from rsir_engine.device import resolve_device
 from rsir_engine.fidelity import StopReason
@@ -150,23 +149,6 @@ def run_batched(
         (sequence.items, [step.best_rank for step in sequence.steps], sequence.stop_reason)
         for sequence in generate(model, seed_histories, config)
     ]
-
-
-def cpu_model() -> str:
-    """Return the CPU model name from /proc/cpuinfo, or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
-def load_average() -> str:
-    """Return the 1, 5 and 15 minute load averages as text."""
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 def seed_histories_for(dataset_name: str, data_dir: str, loaded, users: int | None) -> tuple[list[list[int]], int]:

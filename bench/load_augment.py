@@ -24,18 +24,17 @@ import argparse
 import asyncio
 import datetime
 import os
-import platform
 import shlex
 import statistics
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
 
+from machine import cpu_model, load_average
 from rsir_engine.datasets import open_dataset
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -78,23 +77,6 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if args.requests < 1 or args.warmup < 0 or args.max_seconds <= 0:
         parser.error("--requests must be at least 1, --warmup at least 0 and --max-seconds positive")
     return args
-
-
-def load_average() -> str:
-    """Return the 1, 5 and 15 minute load averages as text."""
-    one, five, fifteen = os.getloadavg()
-    return f"{one:.2f} {five:.2f} {fifteen:.2f}"
-
-
-def cpu_model() -> str:
-    """Return the CPU model name from /proc/cpuinfo, or the platform's processor string."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def real_users(dataset_name: str, data_dir: str) -> list[dict[str, Any]]:

@@ -207,7 +207,7 @@ class _Promoter:
 def _run(settings: Settings, redis: Redis, store: RoundStore, job: RoundJob, rq_job_id: str, run_dir: Path) -> dict[str, Any]:
     """Run the job's rounds; raises what the engine raises."""
     from rsir_engine.registry import ModelRegistry
-    from rsir_engine.rounds import RoundResult, run_rounds
+    from rsir_engine.rounds import run_rounds
 
     job_id = job.id
     config = round_config_from_params(job.params, settings.device)

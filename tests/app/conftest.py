@@ -388,8 +388,18 @@ def rounds_redis_module(redis_available: bool) -> Iterator[redis.Redis]:
     Modules that keep one worker running for all their tests flush per module, because
     flushing under a live worker would delete its registration.
     """
+    yield from _flushed_rounds_client(redis_available)
+
+
+@pytest.fixture
+def rounds_redis(redis_available: bool) -> Iterator[redis.Redis]:
+    """Return a decoding client on database 14, flushed before and after the test."""
+    yield from _flushed_rounds_client(redis_available)
+
+
+def _flushed_rounds_client(redis_available: bool) -> Iterator[redis.Redis]:
     if not redis_available:
-        pytest.skip(f"no Redis server answers at {ROUNDS_REDIS_URL}; start redis-server to run this test")
+        pytest.skip(f"no Redis server responds at {ROUNDS_REDIS_URL}; start redis-server to run this test")
     client = redis.Redis.from_url(ROUNDS_REDIS_URL, decode_responses=True)
     client.flushdb()
     yield client
@@ -398,15 +408,19 @@ def rounds_redis_module(redis_available: bool) -> Iterator[redis.Redis]:
 
 
 @pytest.fixture
-def rounds_redis(redis_available: bool) -> Iterator[redis.Redis]:
-    """Return a decoding client on database 14, flushed before and after the test."""
-    if not redis_available:
-        pytest.skip(f"no Redis server answers at {ROUNDS_REDIS_URL}; start redis-server to run this test")
-    client = redis.Redis.from_url(ROUNDS_REDIS_URL, decode_responses=True)
-    client.flushdb()
-    yield client
-    client.flushdb()
-    client.close()
+def make_client(rounds_redis: redis.Redis) -> Iterator[Callable[[Settings], TestClient]]:
+    """Return a function that starts an app with given settings; every client is closed after the test."""
+    clients: list[TestClient] = []
+
+    def make(settings: Settings) -> TestClient:
+        test_client = TestClient(create_app(settings))
+        test_client.__enter__()
+        clients.append(test_client)
+        return test_client
+
+    yield make
+    for test_client in clients:
+        test_client.__exit__(None, None, None)
 
 
 @pytest.fixture

@@ -8,33 +8,15 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-import redis
 from fastapi.testclient import TestClient
 
 from app.core.config import Settings
-from app.main import create_app
 
 
 @pytest.fixture
 def settings(tmp_path: Path, rounds_helpers: SimpleNamespace) -> Settings:
     """Settings with the upload and data folders under the test's tmp_path."""
     return rounds_helpers.rounds_settings(tmp_path)
-
-
-@pytest.fixture
-def make_client(rounds_redis: redis.Redis) -> Iterator[Callable[[Settings], TestClient]]:
-    """Return a function that starts an app with given settings; every client is closed after the test."""
-    clients: list[TestClient] = []
-
-    def make(settings: Settings) -> TestClient:
-        test_client = TestClient(create_app(settings))
-        test_client.__enter__()
-        clients.append(test_client)
-        return test_client
-
-    yield make
-    for test_client in clients:
-        test_client.__exit__(None, None, None)
 
 
 @pytest.fixture

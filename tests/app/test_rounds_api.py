@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -22,22 +22,6 @@ from app.main import create_app
 def settings(tmp_path: Path, rounds_helpers: SimpleNamespace) -> Settings:
     """Settings with every folder under the test's tmp_path and Redis database 14."""
     return rounds_helpers.rounds_settings(tmp_path)
-
-
-@pytest.fixture
-def make_client(rounds_redis: redis.Redis) -> Iterator[Callable[[Settings], TestClient]]:
-    """Return a function that starts an app with given settings; every client is closed after the test."""
-    clients: list[TestClient] = []
-
-    def make(settings: Settings) -> TestClient:
-        test_client = TestClient(create_app(settings))
-        test_client.__enter__()
-        clients.append(test_client)
-        return test_client
-
-    yield make
-    for test_client in clients:
-        test_client.__exit__(None, None, None)
 
 
 @pytest.fixture

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import pyarrow
 import pytest
 
 from rsir_engine.data import build_dataset, filter_interactions, load_interactions
