@@ -197,7 +197,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def _use_docstring_summaries(app: FastAPI) -> None:
     """Make each route's first docstring line its OpenAPI summary, and the rest its description.
 
-    FastAPI's own summary is the function name in title case, which tells a reader less than the docstring.
+    FastAPI's own summary is the function name in title case, which gives a reader less than the docstring.
     """
     build = app.openapi
 

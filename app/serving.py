@@ -96,7 +96,7 @@ class ModelHolder:
         # load it. The second result then replaces the first in the cache, which is harmless.
         loaded = self.load(number)
         self._remember(loaded)
-        logger.info("loaded model version %d on request (cache holds up to %d versions)", number, self.cache_size)
+        logger.info("loaded model version %d on request (the cache keeps up to %d versions)", number, self.cache_size)
         return loaded
 
     def _remember(self, loaded: LoadedModel) -> None:

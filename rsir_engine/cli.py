@@ -26,7 +26,7 @@ def _add_generation_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--m", type=int, default=5, help="synthetic sequences started per seed user (default 5)")
     group.add_argument("--tau", type=int, default=20, help="fidelity rank threshold, 1 = top item only (default 20)")
     group.add_argument("--p", type=float, default=0.5, help="probability that a step picks from the user's own items (default 0.5)")
-    group.add_argument("--max-len", type=int, default=None, help="longest synthetic sequence in items (default: the model's max length)")
+    group.add_argument("--max-len", type=int, default=None, help="maximum synthetic sequence length in items (default: the model's max_len)")
     group.add_argument("--min-len", type=int, default=3, help="shortest synthetic sequence kept, in items (default 3)")
     group.add_argument("--temperature", type=float, default=None, help="sample with this softmax temperature instead of greedy choice")
     group.add_argument("--top-k", type=int, default=None, help="sample among the k best candidates instead of greedy choice")

@@ -128,8 +128,8 @@ class LeaveOneOutSplit:
 
     ``train[u]`` contains all but the last two items, ``valid_targets[u]`` the
     second to last and ``test_targets[u]`` the last. Users with fewer than three
-    events get ``0`` targets and are listed in ``skipped_users``; their few items
-    stay in ``train`` so they still teach the model.
+    events get ``0`` targets and are listed in ``skipped_users``. Their few items
+    stay in ``train``, so the model still trains on them.
     """
 
     train: list[list[int]]

@@ -56,7 +56,7 @@ def best_remaining_rank(
         scores: (B, N+1) scores; padding is ``-inf``.
         remaining: (B, N+1) bool, the user's real items not yet in the prefix.
         has_remaining: (B,) bool, whether a row has any remaining item, when
-            the caller already knows; computed from ``remaining`` otherwise.
+            the caller tracks it; computed from ``remaining`` otherwise.
 
     Returns:
         (B,) int64 ranks (1 = top); rows without remaining items get 0.

@@ -5,8 +5,8 @@ item and grow one item at a time:
 
 1. the model scores the catalogue after the prefix;
 2. the fidelity check: the user's real items not yet in the prefix (R) must
-   have a best rank of at most ``tau``; when R is empty the sequence stops as
-   ``exhausted``, when the check fails it stops as ``fidelity`` and the failed
+   have a best rank of at most ``tau``. When R is empty the sequence stops as
+   ``exhausted``. When the check fails it stops as ``fidelity``, and the failed
    step adds nothing;
 3. with probability ``p`` the candidate pool is the user's own items,
    otherwise the whole catalogue, minus padding and items already in the prefix;
@@ -45,7 +45,7 @@ class GenerationConfig:
     m: int = 5  # sequences started per seed user
     tau: int = 20  # rank threshold of the fidelity check, 1 = top item only
     p: float = 0.5  # probability that a step picks from the user's own items
-    max_len: int | None = None  # longest synthetic sequence in items; None = the model's max_len
+    max_len: int | None = None  # maximum synthetic sequence length in items; None = the model's max_len
     min_len: int = 3  # shortest sequence kept, in items
     temperature: float | None = None  # sample with this softmax temperature; None = greedy
     top_k: int | None = None  # sample among the k best pool items; None = all (greedy when both are None)
@@ -190,10 +190,10 @@ def _generate_batch(
     B = len(histories)
     N1 = model.config.num_items + 1
 
-    # 1. Per-sequence masks over the catalogue, kept only for live rows:
-    # ``remaining`` is the user's items not in the prefix (R, and also the
-    # pool when the coin picks the user's own items), ``available`` is every
-    # item not in the prefix (the catalogue pool).
+    # 1. Per-sequence masks over the catalogue, kept only for live rows.
+    # ``remaining`` is the user's items not in the prefix: R, and also the pool
+    # when the coin picks the user's own items. ``available`` is every item not
+    # in the prefix, the catalogue pool.
     remaining = torch.zeros(B, N1, dtype=torch.bool, device=device)
     rows = torch.repeat_interleave(torch.arange(B), torch.tensor([len(h) for h in histories]))
     cols = torch.tensor([item for history in histories for item in history], dtype=torch.long)
@@ -245,7 +245,7 @@ def _generate_batch(
 
         own = own_items[active, length]  # (A,)
         pool = torch.where(own.unsqueeze(1), remaining, available)  # (A, N+1)
-        # The catalogue pool holds N - length items, so only the own-items pool can be empty.
+        # The catalogue pool contains N - length items, so only the own-items pool can be empty.
         pool_size = torch.where(own, remaining_count, torch.full_like(remaining_count, N1 - 1 - length))
         pool_empty = ok & (pool_size == 0)
         stop_codes[active[pool_empty]] = codes.index(StopReason.POOL_EMPTY)

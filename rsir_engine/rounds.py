@@ -1,15 +1,15 @@
 """The recursive self-improvement loop: train, generate, filter, merge, retrain.
 
-Round 0 trains a base model on the real users' training sequences. Every
-later round lets the previous round's model generate synthetic sequences from
-seed users, keeps those that pass the fidelity check and are new, adds them to
-the data as pseudo-users, and trains a successor from scratch (or from the
-parent's weights, when asked) on the enlarged data. Every model is selected by
+Round 0 trains a base model on the real users' training sequences. In every
+later round the previous round's model generates synthetic sequences from seed
+users. Those that pass the fidelity check and are new join the data as
+pseudo-users, and a successor is trained on the enlarged data, from scratch or,
+when asked, from the parent's weights. Every model is selected by
 validation NDCG@10 on real users and tested once on real users' test items.
 
 When a run folder is given, each finished round leaves its synthetic sequences
 and its result row there, and each model is published with the key
-``<run_id>:round<r>``; a later call with the same run id and folder resumes
+``<run_id>:round<r>``. A later call with the same run id and folder resumes
 after the last finished round instead of repeating it.
 """
 
@@ -33,6 +33,7 @@ from rsir_engine.augmentation import AugmentationStats, select_augmentations
 from rsir_engine.data import SequenceDataset
 from rsir_engine.device import resolve_device
 from rsir_engine.errors import ConfigError, RoundCancelled
+from rsir_engine.fidelity import StepRecord, StopReason
 from rsir_engine.generation import GeneratedSequence, GenerationConfig, generate
 from rsir_engine.model_io import build_manifest, load_version, publish_model
 from rsir_engine.registry import ModelRegistry
@@ -146,8 +147,6 @@ def _save_round(run_dir: Path, row: RoundResult, kept: list[GeneratedSequence]) 
 
 def _load_round(run_dir: Path, round_index: int) -> tuple[RoundResult, list[GeneratedSequence]] | None:
     """Read a finished round back, or return None when it did not finish."""
-    from rsir_engine.fidelity import StepRecord, StopReason
-
     folder = _round_dir(run_dir, round_index)
     if not (folder / "row.json").exists():
         return None

@@ -33,7 +33,7 @@ def training_windows(
     A sequence ``s`` yields targets ``s[1:]``, each predicted from the items
     before it. A sequence with at most ``max_len`` targets is one window. A
     longer one is cut into windows of ``max_len`` inputs whose ends step back
-    by ``max_len // 2`` from the last item; in every window but the earliest,
+    by ``max_len // 2`` from the last item. In every window but the earliest,
     only the second half of the targets counts, so each target is counted
     exactly once and is predicted from at least ``max_len // 2`` earlier items.
 

@@ -19,7 +19,7 @@ _UPLOAD_TYPES = ("multipart/form-data", "application/octet-stream")
 
 # Bytes of a rejected body read and discarded before the 413 is sent. Closing a socket
 # with unread data makes the kernel send a reset, and a client still sending its body
-# then sees "connection reset" instead of the 413. Bodies larger than this are cut off.
+# then gets "connection reset" instead of the 413. Bodies larger than this are cut off.
 _DRAIN_MAX_BYTES = 64 * 1024 * 1024
 
 

@@ -142,7 +142,7 @@ class ReadinessPublic(BaseModel):
     """Whether this process can serve requests, and why not."""
 
     ready: bool
-    redis: bool = Field(description="whether Redis answered a PING just now")
+    redis: bool = Field(description="whether Redis responded to a PING just now")
     model_version: int | None = Field(description="champion version being served; null while none is loaded")
     reasons: list[str] = Field(description="what keeps the process from being ready; empty when ready")
 

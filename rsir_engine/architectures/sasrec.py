@@ -180,8 +180,8 @@ class SASRec(nn.Module):
 
         causal = torch.ones(L, L, dtype=torch.bool, device=items.device).tril()  # (L, L)
         diagonal = torch.eye(L, dtype=torch.bool, device=items.device)
-        # A real query sees earlier real keys; a padding query sees only itself,
-        # which keeps its softmax row finite.
+        # A real query attends to earlier real keys. A padding query attends only
+        # to itself, which keeps its softmax row finite.
         attn_mask = causal & (valid.unsqueeze(1) | diagonal)  # (B, L, L)
         attn_mask = attn_mask.unsqueeze(1)  # (B, 1, L, L)
 
@@ -204,7 +204,7 @@ class SASRec(nn.Module):
             Without targets, ``(logits, None)`` with logits (B, L, N+1). With
             targets, ``(logits, loss)`` where logits (M, N+1) cover only the M
             counted positions, because scoring the catalogue at positions that
-            carry no loss is most of the cost of a step; the loss is the mean
+            carry no loss is most of the cost of a step. The loss is the mean
             cross-entropy over them.
         """
         states = self.hidden_states(items)  # (B, L, D)
@@ -212,7 +212,7 @@ class SASRec(nn.Module):
             return states @ self.item_embedding.weight.T, None  # (B, L, N+1)
         mask = targets > 0 if loss_mask is None else loss_mask & (targets > 0)
         logits = states[mask] @ self.item_embedding.weight.T  # (M, N+1)
-        logits[:, 0] = float("-inf")  # padding is never a valid answer
+        logits[:, 0] = float("-inf")  # padding is never a valid target
         loss = F.cross_entropy(logits, targets[mask])
         return logits, loss
 

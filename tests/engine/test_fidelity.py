@@ -1,4 +1,4 @@
-"""Tests for the fidelity check on a fixed-table scorer whose right answers are known.
+"""Tests for the fidelity check on a fixed-table scorer whose correct results are known.
 
 The scorer's next-item scores depend only on the last item of the prefix.
 The seed user's real items are S = {1, 2, 3}; every sequence starts with 1.
