@@ -182,7 +182,9 @@ def fit(
 
         row = {"epoch": float(epoch), "loss": total_loss / num_batches, "train_seconds": train_seconds}
         if epoch % config.eval_every == 0 or epoch == config.max_epochs:
+            valid_started = time.perf_counter()
             valid = evaluate_validation(model, split, exclude_history=config.exclude_history)
+            row["valid_seconds"] = time.perf_counter() - valid_started
             row.update({f"valid_{name}": value for name, value in valid.metrics.items()})
             score = valid.metrics["ndcg@10"]
             improved = score > best_score
