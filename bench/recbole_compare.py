@@ -181,10 +181,10 @@ def write_atomic_file(args: argparse.Namespace, work: Path) -> tuple[Path, str, 
 
 
 def run_child(command: list[str], log_path: Path) -> float:
-    """Run one side, its output going to log_path; return its wall seconds."""
+    """Run one side in log_path's folder (RecBole writes log folders there); return its wall seconds."""
     started = time.perf_counter()
     with log_path.open("w") as log:
-        completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT)
+        completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=log_path.parent)
     if completed.returncode != 0:
         raise SystemExit(f"{shlex.join(command)} failed with exit code {completed.returncode}; see {log_path}")
     return time.perf_counter() - started
@@ -321,14 +321,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.side == "ours":
         run_ours(args)
         return 0
-    output = Path(args.output_dir) / args.dataset
+    args.data_dir = str(Path(args.data_dir).resolve())
+    output = (Path(args.output_dir) / args.dataset).resolve()
     output.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "bench/recbole_compare.py", *(argv if argv is not None else sys.argv[1:])])
     recbole_python = ensure_recbole_venv(Path(args.recbole_venv))
     work, name, users, events = write_atomic_file(args, output / "atomic")
 
     def ours_command(epochs: int, tag: str) -> list[str]:
-        return [sys.executable, __file__, "--side", "ours", "--dataset", args.dataset, "--data-dir", args.data_dir,
+        return [sys.executable, str(Path(__file__).resolve()), "--side", "ours", "--dataset", args.dataset, "--data-dir", args.data_dir,
                 "--epochs", str(epochs), "--patience", str(args.patience), "--seed", str(args.seed),
                 "--threads", str(args.threads), "--side-output", str(output / f"{tag}.json")]
 
