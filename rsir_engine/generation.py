@@ -198,15 +198,20 @@ def _generate_batch(
     rows = torch.repeat_interleave(torch.arange(B), torch.tensor([len(h) for h in histories]))
     cols = torch.tensor([item for history in histories for item in history], dtype=torch.long)
     remaining[rows.to(device), cols.to(device)] = True
-    available = torch.ones(B, N1, dtype=torch.bool, device=device)
-    available[:, 0] = False
     remaining[:, 0] = False
+    # Greedy choice needs no catalogue mask: the best unused item of the user is
+    # the one the fidelity check finds, and the best catalogue item is found by
+    # hiding the prefix in the scores. Sampling draws from a pool mask instead.
+    available = torch.ones(B, N1, dtype=torch.bool, device=device) if config.sampling else None
+    if available is not None:
+        available[:, 0] = False
 
     sequences = torch.zeros(B, max_len, dtype=torch.long, device=device)
     sequences[:, 0] = torch.tensor([history[0] for history in histories], device=device)
     every_row = torch.arange(B, device=device)
     remaining[every_row, sequences[:, 0]] = False
-    available[every_row, sequences[:, 0]] = False
+    if available is not None:
+        available[every_row, sequences[:, 0]] = False
     remaining_count = remaining.sum(dim=1)  # (B,), |R|, kept up to date instead of scanning the masks
     best_ranks = torch.zeros(B, max_len, dtype=torch.long, device=device)  # rank checked before step t
     passed = torch.zeros(B, max_len, dtype=torch.bool, device=device)
@@ -231,7 +236,14 @@ def _generate_batch(
             scores = scores.float()  # (A, N+1)
         else:
             scores = model.score_last(sequences[active, :length]).float()  # (A, N+1)
-        ranks = best_remaining_rank(scores, remaining, remaining_count > 0)  # (A,), 0 = nothing remains
+        if available is None:
+            # best_remaining_rank, keeping the argmax: it is the own-items choice.
+            best_score, best_own = scores.masked_fill(~remaining, float("-inf")).max(dim=1)
+            # Summing the bool mask as int32 skips a (rows x catalogue) int64 copy.
+            ranks = 1 + (scores > best_score.unsqueeze(1)).sum(dim=1, dtype=torch.int32).long()
+            ranks = torch.where(remaining_count > 0, ranks, torch.zeros_like(ranks))  # (A,), 0 = nothing remains
+        else:
+            ranks = best_remaining_rank(scores, remaining, remaining_count > 0)
         best_ranks[active, length] = ranks
         exhausted = ranks == 0
         check = ~exhausted & (ranks <= config.tau)
@@ -244,23 +256,29 @@ def _generate_batch(
             ok = torch.ones_like(check)
 
         own = own_items[active, length]  # (A,)
-        pool = torch.where(own.unsqueeze(1), remaining, available)  # (A, N+1)
         # The catalogue pool contains N - length items, so only the own-items pool can be empty.
         pool_size = torch.where(own, remaining_count, torch.full_like(remaining_count, N1 - 1 - length))
         pool_empty = ok & (pool_size == 0)
         stop_codes[active[pool_empty]] = codes.index(StopReason.POOL_EMPTY)
 
         grow = ok & ~pool_empty
-        chosen = _choose(scores[grow], pool[grow], uniforms[active[grow], length], config)
+        if available is None:
+            # Hide the prefix (scores are not used after this), then take the best item.
+            best_any = scores.scatter_(1, sequences[active, :length], float("-inf")).argmax(dim=1)
+            chosen = torch.where(own, best_own, best_any)[grow]
+        else:
+            pool = torch.where(own.unsqueeze(1), remaining, available)  # (A, N+1)
+            chosen = _choose(scores[grow], pool[grow], uniforms[active[grow], length], config)
         active = active[grow]
         sequences[active, length] = chosen
         lengths[active] = length + 1
         remaining = remaining[grow]
-        available = available[grow]
         live = torch.arange(active.numel(), device=device)
         remaining_count = remaining_count[grow] - remaining[live, chosen].long()
         remaining[live, chosen] = False
-        available[live, chosen] = False
+        if available is not None:
+            available = available[grow]
+            available[live, chosen] = False
         if cache is not None:
             cache = [(keys[grow], values[grow]) for keys, values in cache]
     stop_codes[active] = codes.index(StopReason.MAX_LEN)

@@ -7,7 +7,7 @@ import pytest
 from rsir_engine.architectures import SASRec
 from rsir_engine.data import SequenceDataset
 from rsir_engine.errors import ConfigError, EmptyInputError
-from rsir_engine.fidelity import StopReason
+from rsir_engine.fidelity import StopReason, check_sequences
 from rsir_engine.generation import GeneratedSequence, GenerationConfig, generate
 
 
@@ -113,6 +113,18 @@ def test_generate_top_k_one_equals_greedy(trained_model: SASRec, seeds: list[lis
     top_one = generate(trained_model, seeds, GenerationConfig(m=2, p=0.5, seed=4, top_k=1))
 
     assert [seq.items for seq in top_one] == [seq.items for seq in greedy]
+
+
+@pytest.mark.parametrize("fidelity", [True, False])
+def test_generate_records_match_the_fidelity_check(trained_model: SASRec, seeds: list[list[int]], fidelity: bool) -> None:
+    # check_sequences re-encodes every prefix from scratch: an independent count of each step's rank.
+    generated = generate(trained_model, seeds, GenerationConfig(m=2, p=0.5, tau=5, seed=3, fidelity=fidelity))
+    reports = check_sequences(trained_model, [seeds[seq.seed_index] for seq in generated], [seq.items for seq in generated], tau=5)
+
+    for seq, report in zip(generated, reports):
+        appended = [step for step in seq.steps if step.item is not None]
+        assert appended == report.steps, f"sequence {seq.items} of seed {seq.seed_index}"
+    assert any(len(seq.items) > 3 for seq in generated)
 
 
 def test_generate_sampling_catalogue_valid_ids(trained_model: SASRec, seeds: list[list[int]]) -> None:
