@@ -12,10 +12,11 @@ For one dataset the script:
 2. writes the dataset as a RecBole atomic file whose timestamp column is each
    event's rank within its user, in this project's order (exact 64-bit timestamps,
    ties in file order), so RecBole's float32 timestamps cannot reorder events;
-3. trains both sides with the same settings, one after the other: ours, RecBole
-   with autograd anomaly detection off, then RecBole as shipped (its import of
-   ``recbole.model.sequential_recommender`` switches anomaly detection on for the
-   process), the last for ``--shipped-epochs`` epochs to time it;
+3. trains both sides with the same settings, one after the other. Ours runs
+   first, then RecBole with autograd anomaly detection off, then RecBole as
+   shipped for ``--shipped-epochs`` epochs to time it. As shipped means with
+   anomaly detection on, because importing ``recbole.model.sequential_recommender``
+   switches it on for the whole process;
 4. checks that both sides held out the same validation and test item for every
    user, then prints a Markdown block for bench/RESULTS.md and writes the raw
    results (JSON) and a plot of validation NDCG@10 against wall time (PNG) to
@@ -87,6 +88,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads of each side (default 1)")
     parser.add_argument("--recbole-venv", default=str(BENCH_DIR / ".venv-recbole"))
     parser.add_argument("--output-dir", default="runs/bench/recbole", help="JSON, PNG and work files (default runs/bench/recbole)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="print the report again from the JSON files of an earlier run in --output-dir")
     parser.add_argument("--side", choices=["ours"], help=argparse.SUPPRESS)
     parser.add_argument("--side-output", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -298,21 +301,25 @@ def report(args: argparse.Namespace, sides: dict[str, dict], users: int, events:
               f"{shipped['anomaly_enabled_during_training']} / {recbole['anomaly_enabled_during_training']}")
         if ratio < 1:
             fastest = shipped
-    target = recbole["best_valid_ndcg@10"]
     for label, side in sides.items():
         if not label.startswith("ours"):
             continue
         print(f"- seconds per epoch, RecBole (faster form) / {label}: "
               f"{seconds_per_epoch(fastest) / seconds_per_epoch(side):.1f}x")
-        ours_time, ours_epoch = time_to_reach(side, target)
-        recbole_time, recbole_epoch = time_to_reach(recbole, target)
-        if ours_time is None:
-            print(f"- {label} never reached RecBole's best validation NDCG@10 ({target:.4f}) within its budget "
-                  f"(its best: {side['best_valid_ndcg@10']:.4f})")
-        else:
-            print(f"- wall time to reach RecBole's best validation NDCG@10 ({target:.4f}): {label} {ours_time:.0f} s "
-                  f"(epoch {ours_epoch}), RecBole {recbole_time:.0f} s (epoch {recbole_epoch}); "
-                  f"ratio {ours_time / recbole_time:.3f}")
+        # RecBole's best, then the lower of the two bests, which both sides reach.
+        lower = min(recbole["best_valid_ndcg@10"], side["best_valid_ndcg@10"])
+        for name, target in (("RecBole's best", recbole["best_valid_ndcg@10"]), ("the lower best", lower)):
+            ours_time, ours_epoch = time_to_reach(side, target)
+            recbole_time, recbole_epoch = time_to_reach(recbole, target)
+            if ours_time is None:
+                print(f"- {label} never reached {name} validation NDCG@10 ({target:.4f}) within its budget "
+                      f"(its best: {side['best_valid_ndcg@10']:.4f})")
+            else:
+                print(f"- wall time to reach {name} validation NDCG@10 ({target:.4f}): {label} {ours_time:.0f} s "
+                      f"(epoch {ours_epoch}), RecBole {recbole_time:.0f} s (epoch {recbole_epoch}); "
+                      f"ratio {ours_time / recbole_time:.3f}")
+            if target == lower:
+                break
     print(f"\nPlot: [{png.name}]({png.name}) (copied from {png})")
 
 
@@ -325,7 +332,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     output = (Path(args.output_dir) / args.dataset).resolve()
     output.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "bench/recbole_compare.py", *(argv if argv is not None else sys.argv[1:])])
-    recbole_python = ensure_recbole_venv(Path(args.recbole_venv))
+    venv = Path(args.recbole_venv)
+    recbole_python = venv / "bin" / "python" if args.report_only else ensure_recbole_venv(venv)
     work, name, users, events = write_atomic_file(args, output / "atomic")
 
     def ours_command(epochs: int, tag: str) -> list[str]:
@@ -339,18 +347,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "--epochs", str(epochs), "--patience", str(args.patience), "--seed", str(args.seed),
                 "--threads", str(args.threads), "--anomaly", anomaly]
 
-    plan = [("ours", ours_command(args.epochs, "ours"))]
-    plan.append(("recbole (anomaly off)", recbole_command(args.epochs, "off", "recbole-off")))
+    # Labels, JSON names and commands, in the order they run.
+    plan = [("ours", "ours", ours_command(args.epochs, "ours"))]
+    plan.append(("recbole (anomaly off)", "recbole-off", recbole_command(args.epochs, "off", "recbole-off")))
     if args.ours_epochs:
-        plan.append((f"ours, {args.ours_epochs} epochs", ours_command(args.ours_epochs, "ours-long")))
+        plan.append((f"ours, {args.ours_epochs} epochs", "ours-long", ours_command(args.ours_epochs, "ours-long")))
     if args.shipped_epochs > 0:
-        plan.append(("recbole (as shipped)", recbole_command(args.shipped_epochs, "shipped", "recbole-shipped")))
+        plan.append(("recbole (as shipped)", "recbole-shipped", recbole_command(args.shipped_epochs, "shipped", "recbole-shipped")))
     sides: dict[str, dict] = {}
-    for label, child in plan:
-        tag = Path(child[child.index("--side-output" if label.startswith("ours") else "--output") + 1]).stem
-        print(f"running {label}: log {output / (tag + '.log')}", file=sys.stderr)
-        run_child(child, output / f"{tag}.log")
-        sides[label] = json.loads((output / f"{tag}.json").read_text())
+    for label, tag, child in plan:
+        result = output / f"{tag}.json"
+        if args.report_only:
+            if not result.exists():
+                raise SystemExit(f"{result} is missing; run without --report-only first")
+        else:
+            print(f"running {label}: log {output / (tag + '.log')}", file=sys.stderr)
+            run_child(child, output / f"{tag}.log")
+        sides[label] = json.loads(result.read_text())
     png = output / f"recbole_{args.dataset.replace('-', '')}.png"
     plot({k: v for k, v in sides.items() if k != "recbole (as shipped)"},
          f"SASRec on {args.dataset}: ours and RecBole 1.2.1", png)

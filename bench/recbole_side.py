@@ -2,9 +2,9 @@
 
 bench/recbole_compare.py writes the atomic file and starts this script with the
 RecBole virtual environment's Python, because RecBole 1.2.1 and this project need
-different packages. It prints nothing the comparison needs; everything goes to the
-JSON file named by --output: per-epoch timings and validation NDCG@10, RecBole's own
-test metrics, each user's test rank and the validation and test item it held out.
+different packages. The results go to the JSON file named by --output, not to the
+terminal. They are per-epoch timings and validation NDCG@10, RecBole's own test
+metrics, each user's test rank, and the validation and test item of each user.
 
 Three things RecBole 1.2.1 needs on current packages, each handled here:
 - NumPy 2 removed ``np.float_``, ``np.complex_`` and ``np.unicode_``, which RecBole's
@@ -62,13 +62,13 @@ def parse_args() -> argparse.Namespace:
 
 
 def pessimistic_ranks(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """1 + number of other items scoring at least as high as the target."""
+    """Return 1 + the number of other items that score at least as high as the target."""
     target_scores = scores.gather(1, targets.unsqueeze(1))
     return (scores >= target_scores).sum(dim=1)
 
 
 def held_out(loader, dataset, model=None) -> dict[str, dict]:
-    """Each user's held-out item (raw id) and, with a model, the item's rank."""
+    """Map each user (raw id) to its held-out item and, given a model, that item's rank."""
     rows: dict[str, dict] = {}
     for interaction, _history, _positive_u, positive_i in loader:
         users = dataset.id2token(dataset.uid_field, interaction[dataset.uid_field].numpy())

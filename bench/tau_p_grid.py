@@ -3,10 +3,10 @@
 Usage:
     .venv/bin/python bench/tau_p_grid.py --dataset ml-100k --m 2
 
-The script trains round 0 once, exactly as ``rsir run`` does (same seeds, same
-settings), then for every cell of ``--taus`` by ``--ps`` generates from that model,
-keeps what passes and is new, trains a successor from scratch on real plus kept
-sequences and tests it. A last cell generates with tau 20 and p 0.5 but with the
+The script trains round 0 once, as ``rsir run`` does (same seeds, same settings).
+Then, for every cell of ``--taus`` by ``--ps``, it generates from that model and
+keeps what passes and is new. It trains a successor from scratch on the real plus
+kept sequences and tests it. A last cell generates with tau 20 and p 0.5 but with the
 fidelity stop switched off (``GenerationConfig(fidelity=False)``, the CLI's
 ``--no-fidelity``), so sequences only stop at max_len or an empty pool; its step
 records still hold each step's rank, which tells how many steps the check would
@@ -76,8 +76,8 @@ def run_cell(parent, split, num_items: int, args: argparse.Namespace, tau: int, 
     generated = generate(parent, seeds, config)
     kept, stats = select_augmentations(generated, min_len=config.min_len, existing=split.train)
     generation_seconds = time.perf_counter() - started
-    # Appended items whose check ranked the user's best unused item below 20
-    # (ranks are recorded with or without the stop).
+    # Count appended items whose check ranked the user's best unused item below 20.
+    # Ranks are recorded with or without the stop.
     steps = [step for seq in kept for step in seq.steps if step.item is not None and step.best_rank > 0]
     outside_20 = sum(step.best_rank > 20 for step in steps)
     _, result, tested = train_and_test([*split.train, *(seq.items for seq in kept)], split, num_items, args.seed + 1, args)
