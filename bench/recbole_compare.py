@@ -80,7 +80,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=os.environ.get("RSIR_DATA_DIR", "data"), help="folder of named datasets")
     parser.add_argument("--epochs", type=int, default=200, help="epoch budget of both sides (default 200)")
     parser.add_argument("--ours-epochs", type=int, default=None,
-                        help="epoch budget of a second run of ours, e.g. to convergence when --epochs is small")
+                        help="epoch budget of an extra run of ours, e.g. to convergence when --epochs is small")
+    parser.add_argument("--ours-batch-size", type=int, default=None,
+                        help="windows per step of an extra run of ours (ours and RecBole use 128 otherwise)")
     parser.add_argument("--shipped-epochs", type=int, default=2,
                         help="epochs of RecBole as shipped, to time it; 0 skips it (default 2)")
     parser.add_argument("--patience", type=int, default=10)
@@ -88,8 +90,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads of each side (default 1)")
     parser.add_argument("--recbole-venv", default=str(BENCH_DIR / ".venv-recbole"))
     parser.add_argument("--output-dir", default="runs/bench/recbole", help="JSON, PNG and work files (default runs/bench/recbole)")
-    parser.add_argument("--report-only", action="store_true",
-                        help="print the report again from the JSON files of an earlier run in --output-dir")
+    parser.add_argument("--reuse", action="store_true",
+                        help="reuse the results of sides already run in --output-dir and run only the missing ones")
     parser.add_argument("--side", choices=["ours"], help=argparse.SUPPRESS)
     parser.add_argument("--side-output", help=argparse.SUPPRESS)
     return parser.parse_args(argv)
@@ -114,7 +116,8 @@ def run_ours(args: argparse.Namespace) -> None:
     seed_everything(args.seed)
     model = build_model("sasrec", SASRecConfig(num_items=dataset.num_items, max_len=50, hidden_size=64,
                                                num_layers=2, num_heads=2, dropout=0.2, inner_size=256))
-    config = TrainConfig(max_epochs=args.epochs, batch_size=128, learning_rate=1e-3, patience=args.patience, seed=args.seed)
+    config = TrainConfig(max_epochs=args.epochs, batch_size=args.ours_batch_size or 128, learning_rate=1e-3,
+                         patience=args.patience, seed=args.seed)
     result = fit(model, split.train, split, config)
     tested = evaluate_test(model, split)
     raw_users = [str(user) for user in dataset.user_ids]
@@ -333,13 +336,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     output.mkdir(parents=True, exist_ok=True)
     command = shlex.join(["python", "bench/recbole_compare.py", *(argv if argv is not None else sys.argv[1:])])
     venv = Path(args.recbole_venv)
-    recbole_python = venv / "bin" / "python" if args.report_only else ensure_recbole_venv(venv)
+    recbole_python = ensure_recbole_venv(venv)
     work, name, users, events = write_atomic_file(args, output / "atomic")
 
-    def ours_command(epochs: int, tag: str) -> list[str]:
+    def ours_command(epochs: int, tag: str, batch_size: int = 128) -> list[str]:
         return [sys.executable, str(Path(__file__).resolve()), "--side", "ours", "--dataset", args.dataset, "--data-dir", args.data_dir,
                 "--epochs", str(epochs), "--patience", str(args.patience), "--seed", str(args.seed),
-                "--threads", str(args.threads), "--side-output", str(output / f"{tag}.json")]
+                "--threads", str(args.threads), "--ours-batch-size", str(batch_size),
+                "--side-output", str(output / f"{tag}.json")]
 
     def recbole_command(epochs: int, anomaly: str, tag: str) -> list[str]:
         return [str(recbole_python), str(BENCH_DIR / "recbole_side.py"), "--data-path", str(work), "--dataset", name,
@@ -352,14 +356,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan.append(("recbole (anomaly off)", "recbole-off", recbole_command(args.epochs, "off", "recbole-off")))
     if args.ours_epochs:
         plan.append((f"ours, {args.ours_epochs} epochs", "ours-long", ours_command(args.ours_epochs, "ours-long")))
+    if args.ours_batch_size:
+        tag = f"ours-batch{args.ours_batch_size}"
+        plan.append((f"ours, batch {args.ours_batch_size}", tag, ours_command(args.epochs, tag, args.ours_batch_size)))
     if args.shipped_epochs > 0:
         plan.append(("recbole (as shipped)", "recbole-shipped", recbole_command(args.shipped_epochs, "shipped", "recbole-shipped")))
     sides: dict[str, dict] = {}
     for label, tag, child in plan:
         result = output / f"{tag}.json"
-        if args.report_only:
-            if not result.exists():
-                raise SystemExit(f"{result} is missing; run without --report-only first")
+        if args.reuse and result.exists():
+            print(f"reusing {label}: {result}", file=sys.stderr)
         else:
             print(f"running {label}: log {output / (tag + '.log')}", file=sys.stderr)
             run_child(child, output / f"{tag}.log")
