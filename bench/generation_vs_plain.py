@@ -56,6 +56,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the coin flips (default 0)")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or auto (default cpu)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads for both sides (default: torch's choice)")
+    parser.add_argument("--profile", action="store_true",
+                        help="after the timed runs, profile one run of each side with torch.profiler and print where the time goes")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         parser.error(f"--repeats must be at least 1, got {args.repeats}")
@@ -236,7 +238,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"- identical: {'yes' if different == 0 else 'no'} ({different} of {num_sequences} sequences differ in items "
           f"or stop reason; {rank_differences} differ in the recorded ranks)")
     assert different == 0, f"{different} sequences differ between the plain loop and the batched generator"
+    if args.profile:
+        print_profile(model, histories, config, statistics.median(plain_seconds), statistics.median(batched_seconds))
     return 0
+
+
+def print_profile(model: nn.Module, histories: list[list[int]], config: GenerationConfig, plain_s: float, batched_s: float) -> None:
+    """Profile one run of each side and print the batched side's top operators and the bound they set.
+
+    Both sides score the catalogue with one (rows x hidden) by (hidden x items)
+    product per step (``aten::mm``). The batched side can never take less time
+    than that product, so its speed-up is at most plain time / batched mm time.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    shares = {}
+    for name, side in (("plain loop", generate_plain), ("batched `generate`", run_batched)):
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            side(model, histories, config)
+        events = prof.key_averages()
+        total = sum(event.self_cpu_time_total for event in events)
+        shares[name] = (events, total, sum(event.self_cpu_time_total for event in events if event.key == "aten::mm") / total)
+    events, total, _ = shares["batched `generate`"]
+    print()
+    print("Profile of one run per side (torch.profiler, self CPU time):")
+    print()
+    for name, (_, _, mm_share) in shares.items():
+        print(f"- {name}: aten::mm (catalogue scores) is {100 * mm_share:.1f}% of the operator time")
+    print()
+    print("| batched `generate`: operator | self CPU (ms) | share |")
+    print("| --- | --- | --- |")
+    for event in sorted(events, key=lambda event: event.self_cpu_time_total, reverse=True)[:10]:
+        print(f"| {event.key} | {event.self_cpu_time_total / 1000:.0f} | {100 * event.self_cpu_time_total / total:.1f}% |")
+    batched_mm_s = shares["batched `generate`"][2] * batched_s
+    print()
+    print(f"- bound: the plain loop's median {plain_s:.2f} s over the batched side's catalogue scoring "
+          f"({batched_mm_s:.2f} s of its {batched_s:.2f} s median) = {plain_s / batched_mm_s:.1f}x at most")
 
 
 if __name__ == "__main__":
