@@ -80,7 +80,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--data-dir", default=os.environ.get("RSIR_DATA_DIR", "data"), help="folder of named datasets")
     parser.add_argument("--epochs", type=int, default=200, help="epoch budget of both sides (default 200)")
     parser.add_argument("--ours-epochs", type=int, default=None,
-                        help="epoch budget of an extra run of ours, e.g. to convergence when --epochs is small")
+                        help="epoch budget of an extra run of ours (at --ours-batch-size when given), e.g. to convergence")
     parser.add_argument("--ours-batch-size", type=int, default=None,
                         help="windows per step of an extra run of ours (ours and RecBole use 128 otherwise)")
     parser.add_argument("--shipped-epochs", type=int, default=2,
@@ -355,7 +355,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     plan = [("ours", "ours", ours_command(args.epochs, "ours"))]
     plan.append(("recbole (anomaly off)", "recbole-off", recbole_command(args.epochs, "off", "recbole-off")))
     if args.ours_epochs:
-        plan.append((f"ours, {args.ours_epochs} epochs", "ours-long", ours_command(args.ours_epochs, "ours-long")))
+        batch = args.ours_batch_size or 128
+        plan.append((f"ours, batch {batch}, {args.ours_epochs} epochs", "ours-long",
+                     ours_command(args.ours_epochs, "ours-long", batch)))
     if args.ours_batch_size:
         tag = f"ours-batch{args.ours_batch_size}"
         plan.append((f"ours, batch {args.ours_batch_size}", tag, ours_command(args.epochs, tag, args.ours_batch_size)))
