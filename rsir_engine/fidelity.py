@@ -21,7 +21,7 @@ import torch.nn as nn
 from rsir_engine.errors import ConfigError, EmptyInputError
 from rsir_engine.sequences import pad_left
 
-__all__ = ["FidelityReport", "StepRecord", "StopReason", "best_remaining_rank", "check_sequences"]
+__all__ = ["FidelityReport", "StepRecord", "StopReason", "best_remaining", "best_remaining_rank", "check_sequences"]
 
 
 class StopReason(str, enum.Enum):
@@ -47,10 +47,10 @@ class StepRecord:
         return asdict(self)
 
 
-def best_remaining_rank(
+def best_remaining(
     scores: torch.Tensor, remaining: torch.Tensor, has_remaining: torch.Tensor | None = None
-) -> torch.Tensor:
-    """Compute the best rank among the remaining real items of each row.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Find the best remaining real item of each row and its rank.
 
     Args:
         scores: (B, N+1) scores; padding is ``-inf``.
@@ -59,13 +59,23 @@ def best_remaining_rank(
             the caller tracks it; computed from ``remaining`` otherwise.
 
     Returns:
-        (B,) int64 ranks (1 = top); rows without remaining items get 0.
+        ``(ranks, items)``: (B,) int64 ranks (1 = top, 0 for rows without
+        remaining items) and (B,) the best remaining item per row, which is
+        meaningless for rows without remaining items.
     """
-    best_score = scores.masked_fill(~remaining, float("-inf")).max(dim=1, keepdim=True).values  # (B, 1)
-    ranks = 1 + (scores > best_score).sum(dim=1)
+    best_score, best_item = scores.masked_fill(~remaining, float("-inf")).max(dim=1)
+    # Summing the bool mask as int32 skips a (rows x catalogue) int64 copy.
+    ranks = 1 + (scores > best_score.unsqueeze(1)).sum(dim=1, dtype=torch.int32).long()
     if has_remaining is None:
         has_remaining = remaining.any(dim=1)
-    return torch.where(has_remaining, ranks, torch.zeros_like(ranks))
+    return torch.where(has_remaining, ranks, torch.zeros_like(ranks)), best_item
+
+
+def best_remaining_rank(
+    scores: torch.Tensor, remaining: torch.Tensor, has_remaining: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Compute the best rank among the remaining real items of each row (1 = top, 0 = none remain)."""
+    return best_remaining(scores, remaining, has_remaining)[0]
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 
 from rsir_engine.errors import ConfigError, EmptyInputError
-from rsir_engine.fidelity import StepRecord, StopReason, best_remaining_rank
+from rsir_engine.fidelity import StepRecord, StopReason, best_remaining
 
 __all__ = ["GeneratedSequence", "GenerationConfig", "draw_randomness", "generate"]
 
@@ -236,14 +236,8 @@ def _generate_batch(
             scores = scores.float()  # (A, N+1)
         else:
             scores = model.score_last(sequences[active, :length]).float()  # (A, N+1)
-        if available is None:
-            # best_remaining_rank, keeping the argmax: it is the own-items choice.
-            best_score, best_own = scores.masked_fill(~remaining, float("-inf")).max(dim=1)
-            # Summing the bool mask as int32 skips a (rows x catalogue) int64 copy.
-            ranks = 1 + (scores > best_score.unsqueeze(1)).sum(dim=1, dtype=torch.int32).long()
-            ranks = torch.where(remaining_count > 0, ranks, torch.zeros_like(ranks))  # (A,), 0 = nothing remains
-        else:
-            ranks = best_remaining_rank(scores, remaining, remaining_count > 0)
+        # The best remaining item is also the greedy choice from the user's own items.
+        ranks, best_own = best_remaining(scores, remaining, remaining_count > 0)  # (A,), rank 0 = nothing remains
         best_ranks[active, length] = ranks
         exhausted = ranks == 0
         check = ~exhausted & (ranks <= config.tau)
