@@ -55,7 +55,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def generate_phase(args: argparse.Namespace) -> None:
-    """Child process of phase 2: load the champion and generate from every real user."""
+    """Load the champion and generate from every real user (the child process of phase 2)."""
     from rsir_engine.augmentation import select_augmentations
     from rsir_engine.datasets import open_dataset
     from rsir_engine.generation import GenerationConfig, generate
@@ -82,7 +82,7 @@ def rss_mib(pid: int, field: str) -> float:
 
 
 def run_measured(command: list[str], env: dict[str, str] | None = None) -> tuple[float, float, str]:
-    """Run a child to completion; return (peak RSS MiB, wall seconds, its stdout)."""
+    """Run a child to completion and return its peak RSS in MiB, its wall seconds and its stdout."""
     started = time.perf_counter()
     child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, env=env)
     assert child.stdout is not None
@@ -112,7 +112,7 @@ def serve_phase(args: argparse.Namespace, registry: Path) -> dict:
                 except httpx.HTTPError:
                     pass
                 if server.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit(f"the API on {url} did not become ready")
+                    raise SystemExit(f"the API on {url} did not become ready within 180 s or exited; run `rsir serve` by hand to see why")
                 time.sleep(0.5)
             idle = rss_mib(server.pid, "VmRSS")
             users = real_users("ml-1m", args.data_dir)

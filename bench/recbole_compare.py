@@ -22,11 +22,12 @@ For one dataset the script:
    results (JSON) and a plot of validation NDCG@10 against wall time (PNG) to
    ``--output-dir``.
 
-Both sides: hidden 64, feed-forward 256, 2 layers, 2 heads, max length 50,
-dropout 0.2 (RecBole: hidden and attention dropout), GELU, Adam at 0.001,
-batch 128, full softmax cross-entropy, early stopping on validation NDCG@10 with
-patience 10, full ranking, history not excluded (RecBole's full ranking of
-sequential models never excludes it), one torch thread each by default.
+Both sides use hidden 64, feed-forward 256, 2 layers, 2 heads, max length 50,
+dropout 0.2 (RecBole: hidden and attention dropout), GELU, Adam at 0.001, batch
+128 and full softmax cross-entropy. Both stop early on validation NDCG@10 with
+patience 10 and rank the full catalogue without excluding history, because
+RecBole's full ranking of sequential models passes no history to exclude. Each
+side gets one torch thread by default.
 They differ in what one training example is: RecBole trains on every prefix of
 every sequence, ours on one window per sequence (overlapping windows for long
 ones) with a loss at every position.
@@ -101,7 +102,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def run_ours(args: argparse.Namespace) -> None:
-    """Train and test our SASRec; runs in a child process so its peak memory is its own."""
+    """Train and test our SASRec in a child process, so that its peak memory is its own."""
     import torch
 
     from rsir_engine.architectures import build_model
@@ -154,7 +155,7 @@ def run_ours(args: argparse.Namespace) -> None:
 
 
 def ensure_recbole_venv(venv: Path) -> Path:
-    """Create RecBole's environment once; return its Python."""
+    """Create RecBole's environment on first use and return the path of its Python."""
     python = venv / "bin" / "python"
     marker = venv / "rsir-bench-ready"
     if marker.exists():
@@ -187,7 +188,10 @@ def write_atomic_file(args: argparse.Namespace, work: Path) -> tuple[Path, str, 
 
 
 def run_child(command: list[str], log_path: Path) -> float:
-    """Run one side in log_path's folder (RecBole writes log folders there); return its wall seconds."""
+    """Run one side in log_path's folder and return its wall seconds.
+
+    RecBole writes its log folders into the working directory, so they land there too.
+    """
     started = time.perf_counter()
     with log_path.open("w") as log:
         completed = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=log_path.parent)
@@ -222,7 +226,7 @@ def seconds_per_epoch(side: dict, epochs: int | None = None) -> float:
 
 
 def time_to_reach(side: dict, target: float) -> tuple[float | None, int | None]:
-    """Wall seconds (training plus validation) until validation NDCG@10 first reaches target."""
+    """Return the wall seconds (training plus validation) and the epoch at which validation NDCG@10 first reaches target."""
     for row in side["epochs"]:
         if row.get("valid_ndcg@10") is not None and row["valid_ndcg@10"] >= target:
             return row["elapsed_seconds"], row["epoch"]

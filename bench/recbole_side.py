@@ -11,8 +11,8 @@ Three things RecBole 1.2.1 needs on current packages, each handled here:
   Config reads to restore even older aliases; the shim below puts them back.
 - ``recbole.quick_start`` imports ``ray``; the venv installs RecBole without ray and
   this script never imports quick_start.
-- torch 2.13's ``torch.load`` reads weights only, and RecBole's checkpoint holds its
-  Config object, so the best checkpoint is reloaded here with ``weights_only=False``.
+- torch 2.13's ``torch.load`` reads weights only, and RecBole's checkpoint contains
+  its Config object, so the best checkpoint is reloaded here with ``weights_only=False``.
   That file is RecBole's own, written by this run.
 """
 
@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 
-# NumPy 2 shim; must run before any recbole import.
+# Restore the NumPy names RecBole reads. This must run before any recbole import.
 for _old, _new in (("float_", np.float64), ("complex_", np.complex128), ("unicode_", np.str_)):
     if not hasattr(np, _old):
         setattr(np, _old, _new)
@@ -167,7 +167,7 @@ def main() -> None:
     best_valid, _ = trainer.fit(train_data, valid_data, saved=True, show_progress=False)
     fit_seconds = time.perf_counter() - fit_started
 
-    # RecBole's own reload fails on torch 2.13 (weights_only); read its own file here.
+    # RecBole's own reload fails on torch 2.13 because of weights_only, so load RecBole's file here.
     checkpoint = torch.load(trainer.saved_model_file, map_location="cpu", weights_only=False)
     model.load_state_dict(checkpoint["state_dict"])
     model.load_other_parameter(checkpoint.get("other_parameter"))

@@ -8,9 +8,9 @@ Then, for every cell of ``--taus`` by ``--ps``, it generates from that model and
 keeps what passes and is new. It trains a successor from scratch on the real plus
 kept sequences and tests it. A last cell generates with tau 20 and p 0.5 but with the
 fidelity stop switched off (``GenerationConfig(fidelity=False)``, the CLI's
-``--no-fidelity``), so sequences only stop at max_len or an empty pool; its step
-records still hold each step's rank, which tells how many steps the check would
-have refused. Each cell uses round 1's seeds of ``rsir run`` (training seed + 1,
+``--no-fidelity``), so sequences only stop at max_len or an empty pool. Its step
+records still contain each step's rank, so the script counts the steps the check
+would have failed. Each cell uses round 1's seeds of ``rsir run`` (training seed + 1,
 generation seed + 1), so the tau 20, p 0.5 cell is ``rsir run``'s round 1 with the
 same m.
 
@@ -60,7 +60,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 
 def train_and_test(sequences, split, num_items: int, seed: int, args: argparse.Namespace):
-    """Train a fresh SASRec as rsir run does for a round with this seed; return (fit result, test result)."""
+    """Train a fresh SASRec as ``rsir run`` does for a round with this seed.
+
+    Returns:
+        The model, its fit result and its test result.
+    """
     torch.manual_seed(seed)
     model = build_model("sasrec", SASRecConfig(num_items=num_items))
     config = TrainConfig(max_epochs=args.epochs, patience=args.patience, seed=seed)
@@ -69,7 +73,7 @@ def train_and_test(sequences, split, num_items: int, seed: int, args: argparse.N
 
 
 def run_cell(parent, split, num_items: int, args: argparse.Namespace, tau: int, p: float, fidelity: bool) -> dict:
-    """Generate from parent with (tau, p), keep what passes, train and test the successor."""
+    """Generate from parent with (tau, p), keep what passes, then train and test the successor."""
     started = time.perf_counter()
     config = GenerationConfig(m=args.m, tau=tau, p=p, fidelity=fidelity, seed=args.seed + 1)
     seeds = [seq for seq in split.train if seq]

@@ -237,7 +237,7 @@ def _generate_batch(
         else:
             scores = model.score_last(sequences[active, :length]).float()  # (A, N+1)
         # The best remaining item is also the greedy choice from the user's own items.
-        ranks, best_own = best_remaining(scores, remaining, remaining_count > 0)  # (A,), rank 0 = nothing remains
+        ranks, best_own = best_remaining(scores, remaining, remaining_count > 0)  # (A,) each, rank 0: none remain
         best_ranks[active, length] = ranks
         exhausted = ranks == 0
         check = ~exhausted & (ranks <= config.tau)

@@ -116,8 +116,8 @@ def test_generate_top_k_one_equals_greedy(trained_model: SASRec, seeds: list[lis
 
 
 @pytest.mark.parametrize("fidelity", [True, False])
-def test_generate_records_match_the_fidelity_check(trained_model: SASRec, seeds: list[list[int]], fidelity: bool) -> None:
-    # check_sequences re-encodes every prefix from scratch: an independent count of each step's rank.
+def test_generate_records_match_fidelity_check(trained_model: SASRec, seeds: list[list[int]], fidelity: bool) -> None:
+    # check_sequences re-encodes every prefix from scratch, so it counts each step's rank independently.
     generated = generate(trained_model, seeds, GenerationConfig(m=2, p=0.5, tau=5, seed=3, fidelity=fidelity))
     reports = check_sequences(trained_model, [seeds[seq.seed_index] for seq in generated], [seq.items for seq in generated], tau=5)
 
