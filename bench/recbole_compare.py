@@ -12,9 +12,10 @@ For one dataset the script:
 2. writes the dataset as a RecBole atomic file whose timestamp column is each
    event's rank within its user, in this project's order (exact 64-bit timestamps,
    ties in file order), so RecBole's float32 timestamps cannot reorder events;
-3. trains both sides with the same settings, one after the other. Ours runs
-   first, then RecBole with autograd anomaly detection off, then RecBole as
-   shipped for ``--shipped-epochs`` epochs to time it. As shipped means with
+3. trains both sides with the same settings, one after the other unless
+   ``--jobs`` allows more at once. Ours runs first, then RecBole with autograd
+   anomaly detection off, then RecBole as shipped for ``--shipped-epochs``
+   epochs to time it. As shipped means with
    anomaly detection on, because importing ``recbole.model.sequential_recommender``
    switches it on for the whole process;
 4. checks that both sides held out the same validation and test item for every
@@ -45,8 +46,10 @@ import resource
 import shlex
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -91,11 +94,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads of each side (default 1)")
     parser.add_argument("--recbole-venv", default=str(BENCH_DIR / ".venv-recbole"))
     parser.add_argument("--output-dir", default="runs/bench/recbole", help="JSON, PNG and work files (default runs/bench/recbole)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="sides to run at once, in plan order (default 1). Keep jobs times threads "
+                             "at most the number of cores, so each side keeps its own core")
     parser.add_argument("--reuse", action="store_true",
                         help="reuse the results of sides already run in --output-dir and run only the missing ones")
     parser.add_argument("--side", choices=["ours"], help=argparse.SUPPRESS)
     parser.add_argument("--side-output", help=argparse.SUPPRESS)
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    for option in ("jobs", "threads"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option} must be at least 1, got {getattr(args, option)}")
+    return args
 
 
 # --------------------------------------------------------------------------- ours
@@ -270,7 +280,8 @@ def report(args: argparse.Namespace, sides: dict[str, dict], users: int, events:
     print(f"- split check: {len(eval_users)} users on each side; validation items differing: {valid_diff}, "
           f"test items differing: {test_diff}")
     print(f"- budget: at most {args.epochs} epochs, patience {args.patience}; seed {args.seed}; "
-          f"{args.threads} torch thread(s) per side; sides run one after the other")
+          f"{args.threads} torch thread(s) per side; "
+          + ("sides run one after the other" if args.jobs == 1 else f"up to {args.jobs} sides ran at once"))
     print(f"- hardware: {os.cpu_count()} CPUs (nproc), {cpu_model()}, Python {platform.python_version()}; "
           f"ours torch {ours['torch']}, NumPy {ours['numpy']}; RecBole 1.2.1, torch {recbole['torch']}, "
           f"NumPy {recbole['numpy']}; load average at the end {load_average()}")
@@ -371,15 +382,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan.append((f"ours, batch {args.ours_batch_size}", tag, ours_command(args.epochs, tag, args.ours_batch_size)))
     if args.shipped_epochs > 0:
         plan.append(("recbole (as shipped)", "recbole-shipped", recbole_command(args.shipped_epochs, "shipped", "recbole-shipped")))
-    sides: dict[str, dict] = {}
+    pending = []
     for label, tag, child in plan:
-        result = output / f"{tag}.json"
-        if args.reuse and result.exists():
-            print(f"reusing {label}: {result}", file=sys.stderr)
+        if args.reuse and (output / f"{tag}.json").exists():
+            print(f"reusing {label}: {output / (tag + '.json')}", file=sys.stderr)
         else:
-            print(f"running {label}: log {output / (tag + '.log')}", file=sys.stderr)
+            pending.append((label, tag, child))
+
+    failure = threading.Event()
+
+    def run_side(side: tuple[str, str, list[str]]) -> None:
+        label, tag, child = side
+        if failure.is_set():
+            print(f"skipping {label}: an earlier side failed", file=sys.stderr)
+            return
+        print(f"running {label}: log {output / (tag + '.log')}", file=sys.stderr)
+        try:
             run_child(child, output / f"{tag}.log")
-        sides[label] = json.loads(result.read_text())
+        except BaseException:
+            failure.set()
+            raise
+
+    # After a failure no further side starts. The ones already running finish,
+    # then the first failure in plan order is raised.
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        list(pool.map(run_side, pending))
+    sides = {label: json.loads((output / f"{tag}.json").read_text()) for label, tag, _ in plan}
     png = output / f"recbole_{args.dataset.replace('-', '')}.png"
     plot({k: v for k, v in sides.items() if k != "recbole (as shipped)"},
          f"SASRec on {args.dataset}: ours and RecBole 1.2.1", png)
