@@ -15,9 +15,9 @@ For one dataset the script:
 3. trains both sides with the same settings, one after the other unless
    ``--jobs`` allows more at once. Ours runs first, then RecBole with autograd
    anomaly detection off, then RecBole as shipped for ``--shipped-epochs``
-   epochs to time it. As shipped means with
-   anomaly detection on, because importing ``recbole.model.sequential_recommender``
-   switches it on for the whole process;
+   epochs to time it. As shipped means with anomaly detection on, because
+   importing ``recbole.model.sequential_recommender`` switches it on for the
+   whole process;
 4. checks that both sides held out the same validation and test item for every
    user, then prints a Markdown block for bench/RESULTS.md and writes the raw
    results (JSON) and a plot of validation NDCG@10 against wall time (PNG) to
@@ -384,8 +384,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         plan.append(("recbole (as shipped)", "recbole-shipped", recbole_command(args.shipped_epochs, "shipped", "recbole-shipped")))
     pending = []
     for label, tag, child in plan:
-        if args.reuse and (output / f"{tag}.json").exists():
-            print(f"reusing {label}: {output / (tag + '.json')}", file=sys.stderr)
+        result = output / f"{tag}.json"
+        if args.reuse and result.exists():
+            print(f"reusing {label}: {result}", file=sys.stderr)
         else:
             pending.append((label, tag, child))
 

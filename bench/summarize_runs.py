@@ -53,31 +53,34 @@ def _plot(runs: list[dict[str, Any]], rounds: list[int], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    # Each panel: its axis, its rounds, and two series of (label, value of a table row).
     panels = (
-        (left, (("test_recall@10", "test Recall@10"), ("test_ndcg@10", "test NDCG@10")), rounds),
-        (right, (("step_pass_rate", "fidelity checks passed"), ("kept share", "started sequences kept")), rounds[1:]),
+        (left, rounds, (
+            ("test Recall@10", lambda row: float(row["test_recall@10"])),
+            ("test NDCG@10", lambda row: float(row["test_ndcg@10"])),
+        )),
+        (right, rounds[1:], (
+            ("fidelity checks passed", lambda row: float(row["step_pass_rate"])),
+            ("started sequences kept", _kept_share),
+        )),
     )
-    for axis, series, plotted_rounds in panels:
-        for color, (key, label) in zip(("#3070b0", "#d07020"), series):
-            per_run = []
-            for run in runs:
-                by_round = {row["round"]: row for row in run["table"]}
-                points = [
-                    (index, _kept_share(by_round[index]) if key == "kept share" else float(by_round[index][key]))
-                    for index in plotted_rounds
-                    if index in by_round
-                ]
-                per_run.append(points)
-                axis.plot([x for x, _ in points], [y for _, y in points], color=color, alpha=0.3, linewidth=1)
-            means, spreads, xs = [], [], []
-            for index in plotted_rounds:
-                values = [y for points in per_run for x, y in points if x == index]
-                if values:
-                    mean, spread = _mean_spread(values)
-                    xs.append(index)
-                    means.append(mean)
-                    spreads.append(spread)
-            axis.errorbar(xs, means, yerr=spreads, color=color, marker="o", capsize=4, label=f"{label}, mean ± sd")
+    tables = [{row["round"]: row for row in run["table"]} for run in runs]
+    for axis, plotted_rounds, series in panels:
+        for color, (label, value) in zip(("#3070b0", "#d07020"), series):
+            for table in tables:
+                present = [index for index in plotted_rounds if index in table]
+                axis.plot(present, [value(table[index]) for index in present], color=color, alpha=0.3, linewidth=1)
+            present = [index for index in plotted_rounds if any(index in table for table in tables)]
+            summary = [_mean_spread([value(table[index]) for table in tables if index in table]) for index in present]
+            axis.errorbar(
+                present,
+                [mean for mean, _ in summary],
+                yerr=[spread for _, spread in summary],
+                color=color,
+                marker="o",
+                capsize=4,
+                label=f"{label}, mean ± sd",
+            )
         axis.set_xticks(plotted_rounds)
         axis.set_xlabel("round")
         axis.legend(fontsize="small")
